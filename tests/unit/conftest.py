@@ -1,0 +1,92 @@
+"""Shared helpers for the collection's unit tests.
+
+``run_module`` runs a module's ``main()`` in-process with the given arguments, the way
+Ansible's own unit tests do, and returns ``(failed, result)`` instead of exiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from unittest import mock
+
+import pytest
+from ansible.module_utils import basic
+
+from ansible_collections.mlhpc.cluster.tests.fixtures.imds_server import ImdsStandIn
+
+
+class _ModuleExit(Exception):
+    def __init__(self, failed, result):
+        super().__init__(result.get("msg", ""))
+        self.failed = failed
+        self.result = result
+
+
+@contextlib.contextmanager
+def _module_args(args):
+    try:
+        from ansible.module_utils.testing import patch_module_args
+    except ImportError:  # ansible-core < 2.19
+        patch_module_args = None
+    if patch_module_args is not None:
+        with patch_module_args(args):
+            yield
+        return
+    payload = json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode()
+    with mock.patch.object(basic, "_ANSIBLE_ARGS", payload):
+        yield
+
+
+def _run_module(module, args=None):
+    """Run ``module.main()`` with ``args``; return ``(failed, result)``.
+
+    ``result`` is what the module passed to exit_json or fail_json (with ``msg`` and
+    ``failed`` for a failure), plus ``warnings`` when the module warned. Pass
+    ``_ansible_check_mode: true`` in ``args`` for check mode.
+    """
+    warnings = []
+
+    def exit_json(self, **kwargs):
+        raise _ModuleExit(False, kwargs)
+
+    def fail_json(self, msg, **kwargs):
+        kwargs.update(failed=True, msg=msg)
+        raise _ModuleExit(True, kwargs)
+
+    def warn(self, warning, **kwargs):
+        warnings.append(warning)
+
+    with (
+        _module_args(dict(args or {})),
+        mock.patch.multiple(basic.AnsibleModule, exit_json=exit_json, fail_json=fail_json, warn=warn),
+    ):
+        try:
+            module.main()
+        except _ModuleExit as done:
+            result = done.result
+            if warnings:
+                result["warnings"] = warnings
+            return done.failed, result
+    raise AssertionError(f"{module.__name__}.main() returned without calling exit_json or fail_json")
+
+
+@pytest.fixture
+def run_module():
+    """The ``run_module(module, args) -> (failed, result)`` helper."""
+    return _run_module
+
+
+@pytest.fixture
+def imds_server():
+    """Start IMDSv2 stand-ins: ``imds_server(**ImdsStandIn options)``; all stop after the test."""
+    servers = []
+
+    def start(**options):
+        server = ImdsStandIn(**options).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
