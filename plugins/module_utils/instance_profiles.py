@@ -88,6 +88,8 @@ _L4 = {"kind": "nvidia", "model": "L4", "cuda_arch": "89"}
 _P4 = {"nvswitch": True, "nvlinks": 12, "nvlink_gen": 3, "floor": 300}
 _P5 = {"nvswitch": True, "nvlinks": 18, "nvlink_gen": 4, "floor": 800}
 
+# One row per instance type, aligned by hand for reading; keep the formatter out.
+# fmt: off
 _TABLE = [
     _profile("p4d.24xlarge", vcpus=96, sockets=2, cores_per_socket=24, memory_gib=1152,
              count=8, accel_memory_gib=40, efa=4, **_A100, **_P4),
@@ -125,6 +127,7 @@ _TABLE = [
     _profile("c6i.32xlarge", vcpus=128, sockets=2, cores_per_socket=32, memory_gib=256, efa=1),
     _profile("m5.2xlarge", vcpus=8, sockets=1, cores_per_socket=4, memory_gib=32),
 ]
+# fmt: on
 
 PROFILES = {p["instance_type"]: p for p in _TABLE}
 
