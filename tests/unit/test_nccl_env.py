@@ -1,10 +1,12 @@
-"""Unit tests for the EFA/NCCL environment rules."""
+"""Unit tests for the EFA/NCCL environment rules and the mlhpc.cluster.nccl_env filter."""
 
 from __future__ import annotations
 
 import itertools
 
 import pytest
+from ansible.errors import AnsibleFilterError
+from ansible_collections.mlhpc.cluster.plugins.filter.nccl_env import FilterModule
 from ansible_collections.mlhpc.cluster.plugins.module_utils.instance_profiles import (
     PROFILES,
     get_profile,
@@ -38,6 +40,9 @@ def with_versions(**changes):
 
 def fi_keys(env):
     return {name for name in env if name.startswith("FI_")}
+
+
+filter_nccl_env = FilterModule().filters()["nccl_env"]
 
 
 # --- version parsing ---------------------------------------------------------------------
@@ -430,3 +435,39 @@ def test_float_version_is_an_error():
 def test_malformed_profile_is_an_error():
     with pytest.raises(ValueError, match="lacks 'efa_interfaces'"):
         compute_env({"instance_type": "x", "family": "x", "accelerator": {"kind": "nvidia"}})
+
+
+# --- the filter ----------------------------------------------------------------------------------------
+
+
+def test_filter_on_a_type_string_matches_the_profile():
+    versions = with_versions(aws_ofi_nccl="1.9.1-aws", nccl="2.21.5-1")
+    result = filter_nccl_env("p5.48xlarge", versions, kernel=OLD_KERNEL)
+    assert result == compute_env(get_profile("p5.48xlarge"), versions, kernel=OLD_KERNEL)
+    assert result["env"]["NCCL_TUNER_PLUGIN"] == TUNER
+    assert result["env"]["FI_EFA_FORK_SAFE"] == "1"
+
+
+def test_filter_accepts_a_profile_dict_and_none():
+    assert filter_nccl_env(get_profile("g5.12xlarge")) == compute_env(get_profile("g5.12xlarge"))
+    assert "instance profile unknown" in filter_nccl_env(None)["notes"][0]
+
+
+def test_filter_reads_debug_as_a_boolean():
+    assert filter_nccl_env("p5.48xlarge", MODERN, debug="yes")["env"]["NCCL_DEBUG"] == "INFO"
+    with pytest.raises(AnsibleFilterError, match="debug"):
+        filter_nccl_env("p5.48xlarge", MODERN, debug="sometimes")
+
+
+def test_filter_unknown_type_raises_with_the_table_message():
+    with pytest.raises(AnsibleFilterError) as excinfo:
+        filter_nccl_env("p9.large", MODERN)
+    message = str(excinfo.value)
+    assert "unknown instance type 'p9.large'" in message
+    assert "p5.48xlarge" in message
+    assert "instance_profiles.py" in message
+
+
+def test_filter_turns_bad_versions_into_filter_errors():
+    with pytest.raises(AnsibleFilterError, match="quote versions"):
+        filter_nccl_env("p5.48xlarge", {"nccl": 2.2})
