@@ -2,12 +2,21 @@
 
 ``run_module`` runs a module's ``main()`` in-process with the given arguments, the way
 Ansible's own unit tests do, and returns ``(failed, result)`` instead of exiting.
+
+``load_script`` imports a node script (an extensionless file under ``roles/*/files/``)
+so that its functions can be tested; test modules import it from this module by its
+package path, ``ansible_collections.mlhpc.cluster.tests.unit.conftest``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
+import importlib.util
 import json
+import sys
+from pathlib import Path
+from types import ModuleType
 from unittest import mock
 
 import pytest
@@ -90,3 +99,19 @@ def imds_server():
     yield start
     for server in servers:
         server.stop()
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def load_script(path: str | Path) -> ModuleType:
+    """Import a node script that has no .py suffix, by its path relative to the repository root."""
+    path = REPO_ROOT / path
+    name = path.name.replace("-", "_")
+    loader = importlib.machinery.SourceFileLoader(name, str(path))
+    spec = importlib.util.spec_from_loader(name, loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
