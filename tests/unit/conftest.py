@@ -4,8 +4,9 @@
 Ansible's own unit tests do, and returns ``(failed, result)`` instead of exiting.
 
 ``load_script`` imports a node script (an extensionless file under ``roles/*/files/``)
-so that its functions can be tested; test modules import it from this module by its
-package path, ``ansible_collections.mlhpc.cluster.tests.unit.conftest``.
+so that its functions can be tested, and ``parse_exposition`` strictly parses what the
+exporters serve; test modules import both from this module by its package path,
+``ansible_collections.mlhpc.cluster.tests.unit.conftest``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import importlib.machinery
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -115,3 +117,39 @@ def load_script(path: str | Path) -> ModuleType:
     sys.modules[name] = module
     loader.exec_module(module)
     return module
+
+
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_exposition(text: str) -> tuple[dict, dict, dict]:
+    """Parse Prometheus text exposition strictly.
+
+    Returns (samples keyed by (name, label pairs), HELP per family, TYPE per family) and fails
+    on a repeated HELP, TYPE or series, or on a sample outside its family's block.
+    """
+    samples, helps, types = {}, {}, {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name, _, help_text = line[7:].partition(" ")
+            assert name not in helps, f"HELP repeated for {name}"
+            helps[name] = help_text
+        elif line.startswith("# TYPE "):
+            name, _, kind = line[7:].partition(" ")
+            assert name not in types, f"TYPE repeated for {name}"
+            assert name in helps, f"TYPE before HELP for {name}"
+            types[name] = kind
+            current = name
+        else:
+            match = SAMPLE.match(line)
+            assert match, f"not a sample line: {line!r}"
+            name, label_text, value = match.groups()
+            assert name == current, f"sample {name} outside its family block"
+            labels = tuple(
+                (key, val.encode().decode("unicode_escape")) for key, val in LABEL.findall(label_text or "")
+            )
+            assert (name, labels) not in samples, f"series repeated: {name}{labels}"
+            samples[(name, labels)] = float(value)
+    return samples, helps, types

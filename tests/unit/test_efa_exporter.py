@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 import urllib.error
 import urllib.request
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.mlhpc.cluster.tests.unit.conftest import load_script
+from ansible_collections.mlhpc.cluster.tests.unit.conftest import load_script, parse_exposition
 
 exporter = load_script("roles/efa_exporter/files/mlhpc-efa-exporter")
 
@@ -39,34 +38,6 @@ PORT_COUNTERS = {
     "impaired_remote_conn_events": 0,
     "unresponsive_remote_events": 0,
 }
-
-SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def parse_exposition(text: str) -> tuple[dict, dict, dict]:
-    """Return (samples keyed by (name, labels), HELP per family, TYPE per family); fail on repeats."""
-    samples, helps, types = {}, {}, {}
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            name, _, help_text = line[7:].partition(" ")
-            assert name not in helps, f"HELP repeated for {name}"
-            helps[name] = help_text
-        elif line.startswith("# TYPE "):
-            name, _, kind = line[7:].partition(" ")
-            assert name not in types, f"TYPE repeated for {name}"
-            assert name in helps, f"TYPE before HELP for {name}"
-            types[name] = kind
-        else:
-            match = SAMPLE.match(line)
-            assert match, f"not a sample line: {line!r}"
-            name, label_text, value = match.groups()
-            assert name in types, f"sample {name} before its TYPE"
-            labels = tuple(
-                (key, val.encode().decode("unicode_escape")) for key, val in LABEL.findall(label_text or "")
-            )
-            samples[(name, labels)] = float(value)
-    return samples, helps, types
 
 
 def make_port(device_dir: Path, port: str, counters: dict[str, int], state: str | None) -> Path:
