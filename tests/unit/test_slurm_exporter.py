@@ -276,3 +276,16 @@ def test_http_server_serves_metrics():
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def test_a_failing_command_is_logged_once_until_it_recovers(capsys):
+    runner = RecordedSlurm("24.11", failing=("sdiag",))
+    collector = exporter.SlurmCollector(runner)
+    collector.collect()
+    collector.collect()
+    assert capsys.readouterr().err.count("mlhpc-slurm-exporter: sdiag: ") == 1
+    runner.failing = ()
+    samples, _ = scrape(collector)
+    assert samples[("slurm_up", ())] == 1
+    assert samples[("slurm_exporter_command_errors_total", (("command", "sdiag"),))] == 2
+    assert capsys.readouterr().err == "mlhpc-slurm-exporter: sdiag: works again\n"
