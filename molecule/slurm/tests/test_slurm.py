@@ -42,6 +42,21 @@ def sacct_state(job_id, timeout=60):
     return state
 
 
+def held_job(name, nodes):
+    """Submit a job that runs until ``release(name)``; return its id once it runs."""
+    node("login").run_expect([0], f"rm -f /home/alice/{name}.release")
+    job = submit(f"--wrap 'while [ ! -e /home/alice/{name}.release ]; do sleep 1; done'", f"-N{nodes}")
+    deadline = time.time() + 60
+    while node("login").check_output(f"squeue -h -j {job} -o %T") != "RUNNING":
+        assert time.time() < deadline, f"job {job} did not start"
+        time.sleep(1)
+    return job
+
+
+def release(name):
+    node("login").run_expect([0], f"touch /home/alice/{name}.release")
+
+
 def submit(script, *args):
     res = as_user(f"sbatch --parsable {' '.join(args)} {script}")
     assert res.rc == 0, res.stderr
@@ -132,10 +147,11 @@ def test_memory_limit_is_enforced():
 
 
 def test_job_survives_slurmctld_restart():
-    job = submit("--wrap 'sleep 20'", "-N1")
-    time.sleep(3)
-    assert node("login").check_output(f"squeue -h -j {job} -o %T") == "RUNNING"
+    job = held_job("ctld-restart", 1)
     node("head").run_expect([0], "systemctl restart slurmctld")
+    node("head").run_expect([0], "timeout 60 sh -c 'until scontrol ping | grep -q UP; do sleep 1; done'")
+    assert node("login").check_output(f"squeue -h -j {job} -o %T") == "RUNNING"
+    release("ctld-restart")
     wait_job(job)
     assert sacct_state(job) == "COMPLETED"
 
@@ -162,9 +178,8 @@ def test_unreachable_node_fails_alone_and_a_rerun_heals():
 
 
 def test_node_added_with_limit_joins_without_disturbing_a_running_job(tmp_path):
-    job = submit("--wrap 'sleep 45'", "-N2")
-    time.sleep(3)
-    assert node("login").check_output(f"squeue -h -j {job} -o %T") == "RUNNING"
+    job = held_job("node-added", 2)
+    nodelist = node("login").check_output(f"squeue -h -j {job} -o %N")
     extra = tmp_path / "compute3.yml"
     extra.write_text(f"slurm_compute:\n  hosts:\n    mlhpc-{RUN}-compute3:\n")
     run = playbook("-i", str(extra), "--limit", f"mlhpc-{RUN}-compute3")
@@ -173,7 +188,9 @@ def test_node_added_with_limit_joins_without_disturbing_a_running_job(tmp_path):
     while node("login").run("sinfo -h -n compute3 -o %T").stdout.strip() != "idle" and time.time() < deadline:
         time.sleep(2)
     assert node("login").check_output("sinfo -h -n compute3 -o %T") == "idle"
-    # The job that ran across the restarts of slurmctld and slurmd is the same job, never requeued.
+    # The job ran on across the restarts of slurmctld and slurmd, on the same nodes.
     assert node("login").check_output(f"squeue -h -j {job} -o %T") == "RUNNING"
+    assert node("login").check_output(f"squeue -h -j {job} -o %N") == nodelist
+    release("node-added")
     wait_job(job)
     assert sacct_state(job) == "COMPLETED"
