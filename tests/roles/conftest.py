@@ -78,7 +78,7 @@ class RoleRun:
 
 @pytest.fixture
 def run_role(tmp_path):
-    def run(role, *, hosts, group_vars=None, facts=None, tasks_from="main"):
+    def run(role, *, hosts, group_vars=None, host_vars=None, facts=None, tasks_from="main"):
         """Run role ``role`` on ``hosts`` ({name: [groups]}) in check mode.
 
         ``facts`` maps a host to facts that replace gathered ones (e.g. distribution).
@@ -89,6 +89,7 @@ def run_role(tmp_path):
                 "ansible_connection": "local",
                 "ansible_python_interpreter": "{{ ansible_playbook_python }}",
                 "mlhpc_test_facts": (facts or {}).get(host, {}),
+                **(host_vars or {}).get(host, {}),
             }
             for g in groups:
                 inventory["all"]["children"].setdefault(g, {"hosts": {}})["hosts"][host] = None
