@@ -84,3 +84,15 @@ def test_munge_key_of_wrong_size(preflight, size):
 def test_munge_key_of_right_size_passes(preflight):
     run = preflight(role="munge", group_vars={"munge_key": base64.b64encode(b"k" * 1024).decode()})
     assert run.rc == 0, run.failures
+
+
+def test_topology_with_unknown_node(preflight):
+    topology = [{"switch": "leaf1", "nodes": ["c1", "ghost"]}, {"switch": "spine", "switches": ["leaf1"]}]
+    run = preflight(group_vars={"slurm_topology": topology})
+    assert_fails_before_change(run, "slurm_topology", "unknown: ghost")
+
+
+def test_valid_topology_passes(preflight):
+    topology = [{"switch": "leaf1", "nodes": ["c1", "c2"]}, {"switch": "spine", "switches": ["leaf1"]}]
+    run = preflight(group_vars={"slurm_topology": topology})
+    assert run.rc == 0, run.failures
