@@ -12,7 +12,7 @@ short_description: Describe a Slurm cluster model for the workload plan
 version_added: 0.1.0
 description:
   - Turns the Slurm cluster model (P(mlhpc.cluster.slurm_cluster#filter)) into the cluster
-    description P(mlhpc.cluster.workload_plan#filter) reads: one entry per partition with its
+    description P(mlhpc.cluster.workload_plan#filter) reads, one entry per partition with its
     node count, instance type (of its first node), whether GPUs are scheduled as GRES, and the
     kernel and component versions of its first node.
   - Versions come from the node manifest (C(/etc/mlhpc/manifest.json), written by the
@@ -61,8 +61,9 @@ _value:
   type: dict
   contains:
     cluster:
-      description: C(partitions) (a list of C(name), C(instance_type), C(nodes), C(default),
-        C(gres), and where known C(kernel), C(versions) and C(versions_source)) and C(mounts).
+      description:
+        - C(partitions) (a list of C(name), C(instance_type), C(nodes), C(default), C(gres), and
+          where known C(kernel), C(versions) and C(versions_source)) and C(mounts).
       type: dict
     warnings:
       description: Partitions that mix instance types.

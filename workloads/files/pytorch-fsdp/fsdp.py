@@ -206,7 +206,9 @@ def main(argv=None):
     with torch.no_grad():
         init_weights(model, args.num_layers)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=args.lr, weight_decay=0.1, fused=device.type == "cuda"
+    )
 
     generator = torch.Generator(device=device).manual_seed(args.seed + rank)
     tokens_per_step = args.batch_size * args.seq_len * world
@@ -225,10 +227,8 @@ def main(argv=None):
         dist.all_reduce(reported)
         if rank == 0:
             elapsed = time.monotonic() - start
-            print(
-                f"step {step} loss {reported.item() / world:.4f} tokens/s {tokens_per_step * step / elapsed:.0f}",
-                flush=True,
-            )
+            throughput = tokens_per_step * step / elapsed
+            print(f"step {step} loss {reported.item() / world:.4f} tokens/s {throughput:.0f}", flush=True)
     if args.checkpoint_dir:
         import torch.distributed.checkpoint as dcp
 
