@@ -126,7 +126,7 @@ def run_role(tmp_path):
             os.environ,
             ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
             ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-            ANSIBLE_FACT_CACHING="memory",
+            ANSIBLE_CACHE_PLUGIN="memory",
             ANSIBLE_LOCALHOST_WARNING="false",
             ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
         )
