@@ -58,7 +58,7 @@ EXAMPLES = r"""
 - name: Run the EFA exporter where it belongs
   ansible.builtin.include_role:
     name: mlhpc.cluster.efa_exporter
-  when: inventory_hostname in monitoring.efa_exporter | map(attribute='host')
+  when: "'efa_exporter' in monitoring.by_host[inventory_hostname] | default([])"
 """
 
 RETURN = r"""
@@ -87,6 +87,9 @@ _value:
       description: Slurm exporter targets.
       type: list
       elements: dict
+    by_host:
+      description: The exporters of each monitored host, by inventory hostname.
+      type: dict
     errors:
       description: Each problem as a sentence naming the variable and the fix; empty when none.
       type: list

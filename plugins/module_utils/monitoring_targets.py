@@ -19,7 +19,8 @@ in the profile table. A target is ``{host, name, address, port}``: ``name`` is t
 name (``slurm_node_name``, else the hostname fact, else the first label of the inventory
 hostname) and becomes the ``instance`` label, so that series join with Slurm's node names;
 ``address`` is the default IPv4 fact, else ``ansible_host``, else the inventory hostname.
-Ports come from ``<exporter>_port`` host variables.
+Ports come from ``<exporter>_port`` host variables. ``by_host`` maps each candidate host
+to the exporters it runs.
 
 Problems are collected, never raised: each is a sentence naming the variable and the fix.
 """
@@ -167,5 +168,10 @@ def build_targets(hosts, monitored_groups=DEFAULT_MONITORED_GROUPS, controller_g
                     "port": port,
                 }
             )
+    by_host = {name: [] for name in candidates}
+    for exporter in EXPORTERS:
+        for target in result[exporter]:
+            by_host[target["host"]].append(exporter)
+    result["by_host"] = by_host
     result["errors"] = errors
     return result

@@ -36,6 +36,12 @@ def test_every_monitored_host_gets_a_node_exporter_and_the_controller_the_slurm_
     # The profile decides: a p5 has NVIDIA GPUs and EFA, an unknown host neither.
     assert hosts_of(result, "efa_exporter") == ["gpu1"]
     assert hosts_of(result, "dcgm_exporter") == ["gpu1"]
+    assert result["by_host"] == {
+        "head": ["node_exporter", "slurm_exporter"],
+        "gpu1": ["node_exporter", "efa_exporter", "dcgm_exporter"],
+        "cpu1": ["node_exporter"],
+        "login": ["node_exporter"],
+    }
 
 
 def test_profiles_decide_gpu_and_efa_exporters_separately():
