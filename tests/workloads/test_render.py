@@ -222,7 +222,7 @@ def test_p5_nccl_tests_carry_the_reference_arguments_and_the_efa_environment(p5)
             assert stale not in env
         assert "RDMAV_" not in script
         assert "#SBATCH --gpus-per-node=8" in script
-        assert "Assumed where a version is unknown" in script
+        assert "Assumed where something is unknown" in script
         assert "aws_ofi_nccl version unknown: assumed >= 1.7" in script
 
 
@@ -253,7 +253,7 @@ def test_known_versions_come_into_the_environment_and_the_comment(render):
     script = result.text("nccl-tests/nccl-tests.host.sbatch")
     env = exports(script)
     assert env["NCCL_TUNER_PLUGIN"] == "/opt/amazon/ofi-nccl/lib/libnccl-ofi-tuner.so"
-    assert "Assumed where a version is unknown" not in script
+    assert "Assumed where something is unknown" not in script
     assert "aws_ofi_nccl 1.13.2-aws" in script and "(from workloads_versions)" in script
     # mpirun passes every variable of the block to the ranks.
     for name in env:

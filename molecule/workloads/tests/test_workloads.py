@@ -56,6 +56,18 @@ def test_the_script_is_rendered_for_the_slurm_model():
     assert "--gpus-per-node" not in script
 
 
+def test_the_environment_block_names_the_versions_of_the_node_manifest():
+    script = node("head").file(SCRIPT).content_string
+    kernel = node("compute1").check_output("uname -r")
+    comment = " ".join(line.lstrip("# ") for line in script.splitlines() if line.startswith("#"))
+    assert "versions aws_ofi_nccl 1.13.2-aws, libfabric 1.22.0, nccl 2.23.4" in comment
+    assert "(from the manifest /etc/mlhpc/manifest.json of compute1)" in comment
+    assert f"kernel {kernel}" in comment
+    # No instance type: the modern settings, and the script says what it assumed.
+    assert "instance profile unknown: assumed the modern EFA/NCCL settings" in comment
+    assert 'export FI_EFA_USE_HUGE_PAGE="${FI_EFA_USE_HUGE_PAGE:-0}"' in script
+
+
 def test_ddp_trains_on_two_nodes_with_a_falling_loss():
     job, rc = submit()
     assert rc == 0
