@@ -216,6 +216,9 @@ def failed_check_drains_and_quarantine_decides():
         state = eventually(
             lambda: node_state("compute1")[0] == "drained" and node_state("compute1"), what="compute1 drained"
         )
+        # The job went back to the queue, not held (nohold_on_prolog_fail), and did not run.
+        queued = node("head").check_output(f"squeue -h -j {job} -o '%T|%r'")
+        assert queued.startswith("PENDING|") and "Held" not in queued, queued
     finally:
         node("head").run(f"scancel {job}")
     assert state[1] == "mlhpc-healthcheck: nvidia_smi: 1/2 GPUs visible"
