@@ -94,7 +94,7 @@ def set_gpus(name, count):
 
 @pytest.fixture(autouse=True, scope="module")
 def healthy_cluster():
-    """Every test starts and ends with both compute nodes idle and their fixtures healthy."""
+    """Leave both compute nodes idle with healthy fixtures, whatever a test left behind."""
     yield
     for name in COMPUTE:
         set_gpus(name, 2)
@@ -176,17 +176,18 @@ def test_health_checks_publish_node_metrics():
 
 
 def test_alert_fires_when_a_compute_node_exporter_stops():
-    node("compute2").run_expect([0], "systemctl stop prometheus-node-exporter")
-    alert = eventually(lambda: firing("NodeDown", instance="compute2"), timeout=60, what="NodeDown firing")
-    assert alert[0]["labels"]["severity"] == "critical"
-    assert not firing("NodeDown", instance="compute1")
-
     def in_alertmanager():
         alerts = get_json(f"{ALERTMANAGER}/api/v2/alerts?filter=alertname%3D%22NodeDown%22")
         return [a for a in alerts if a["labels"].get("instance") == "compute2"]
 
-    eventually(in_alertmanager, timeout=30, what="NodeDown in Alertmanager")
-    node("compute2").run_expect([0], "systemctl start prometheus-node-exporter")
+    node("compute2").run_expect([0], "systemctl stop prometheus-node-exporter")
+    try:
+        alert = eventually(lambda: firing("NodeDown", instance="compute2"), what="NodeDown firing")
+        assert alert[0]["labels"]["severity"] == "critical"
+        assert not firing("NodeDown", instance="compute1")
+        eventually(in_alertmanager, timeout=30, what="NodeDown in Alertmanager")
+    finally:
+        node("compute2").run_expect([0], "systemctl start prometheus-node-exporter")
     eventually(lambda: not firing("NodeDown", instance="compute2"), timeout=60, what="NodeDown resolved")
 
 
@@ -203,11 +204,21 @@ def test_efa_drops_alert_fires_when_the_counter_rises():
 
 def test_failed_check_drains_the_node_and_quarantine_decides():
     set_gpus("compute1", 1)  # the checker expects 2
+    try:
+        failed_check_drains_and_quarantine_decides()
+    finally:
+        set_gpus("compute1", 2)
+
+
+def failed_check_drains_and_quarantine_decides():
     job = node("head").check_output("sbatch --parsable -N1 -w compute1 --wrap true").split(";")[0]
     try:
         state = eventually(
             lambda: node_state("compute1")[0] == "drained" and node_state("compute1"), what="compute1 drained"
         )
+        # The job went back to the queue, not held (nohold_on_prolog_fail), and did not run.
+        queued = node("head").check_output(f"squeue -h -j {job} -o '%T|%r'")
+        assert queued.startswith("PENDING|") and "Held" not in queued, queued
     finally:
         node("head").run(f"scancel {job}")
     assert state[1] == "mlhpc-healthcheck: nvidia_smi: 1/2 GPUs visible"
@@ -234,6 +245,13 @@ def test_failed_check_drains_the_node_and_quarantine_decides():
 
 def test_checker_fault_is_reported_and_never_drains():
     node("compute2").run_expect([0], f"echo fault > {GPU_COUNT}")
+    try:
+        checker_fault_is_reported_and_never_drains()
+    finally:
+        set_gpus("compute2", 2)
+
+
+def checker_fault_is_reported_and_never_drains():
     run = node("head").run("srun -N1 -w compute2 true")
     assert run.rc == 0, run.stderr
     # The epilog faults the same way after the job: still no drain.
