@@ -58,32 +58,3 @@ def test_ansible_doc_shows_argument_specs(installed):
         assert re.search(rf"ENTRY POINT: \W*{entry_point}\b", doc), entry_point
     for option in ("common_sysctl", "common_limits_memlock", "common_hosts_manage"):
         assert option in doc
-
-
-def test_installed_collection_renders_the_workload_catalogue(installed, tmp_path):
-    tarball, path = installed
-    with tarfile.open(tarball) as tar:
-        names = tar.getnames()
-    assert "workloads/catalogue.yml" in names
-    assert "workloads/templates/_job.sbatch.j2" in names
-    cfg = tmp_path / "ansible.cfg"
-    cfg.write_text("[defaults]\n")
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(path), ANSIBLE_CONFIG=str(cfg), ANSIBLE_NOCOLOR="1")
-    dest = tmp_path / "rendered"
-    run = subprocess.run(
-        [
-            BIN / "ansible-playbook",
-            "mlhpc.cluster.workloads",
-            "-e",
-            '{"workloads_cluster": {"partition": "batch", "nodes": 2}, "workloads_runtimes": ["host"],'
-            f' "workloads_kubernetes": false, "workloads_dest": "{dest}"}}',
-        ],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert run.returncode == 0, run.stdout[-3000:]
-    assert (dest / "pytorch-ddp/pytorch-ddp.host.sbatch").is_file()
-    assert (dest / "pytorch-ddp/ddp.py").is_file()
